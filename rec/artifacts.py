@@ -220,6 +220,14 @@ class RunDir:
         write_json(self.manifest_path, m)
         return m
 
+    def dataset_dir(self) -> Path:
+        """The canonical dataset this run uses: ``data.dataset_dir`` of its config, else RUN/data."""
+        cfg = self.config()
+        d = Path(cfg.data.dataset_dir) if cfg.data.dataset_dir else self.stage("data")
+        if not (d / "dataset.json").is_file():
+            raise ArtifactError(f"{d}: the run's dataset is missing (no dataset.json)")
+        return d
+
     def config(self) -> Any:
         """The RunConfig stored in this run's manifest."""
         from rec.config import RunConfig, from_dict
