@@ -62,6 +62,9 @@ class RunConfig:
     name: str = "run"
     seed: int = 42
     device: str = "auto"
+    # stages `rec run` executes, in this order
+    stages: tuple[Literal["prepare", "retrieval", "index", "ranking", "evaluate"], ...] = (
+        "prepare", "retrieval", "index", "ranking", "evaluate")
     data: DataConfig = field(default_factory=DataConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)

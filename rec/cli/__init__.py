@@ -104,7 +104,7 @@ def _register() -> None:
     """Import the command modules; each attaches its commands to ``cli`` or ``train``."""
     import importlib
 
-    for mod in ("data", "retrieval", "index", "ranking", "evaluate"):
+    for mod in ("data", "retrieval", "index", "ranking", "evaluate", "run"):
         try:
             importlib.import_module(f"rec.cli.{mod}")
         except ModuleNotFoundError as exc:
