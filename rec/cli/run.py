@@ -13,12 +13,22 @@ from rec.errors import ConfigError
 @cli.command("run")
 @config_options
 @click.option("--dataset", default=None, help="Use the shipped configs/NAME.toml.")
-@click.option("--run-dir", "run_dir", envvar="REC_RUN_DIR", type=click.Path(file_okay=False),
-              help="Run directory (default runs/<config name>).")
+@click.option(
+    "--run-dir",
+    "run_dir",
+    envvar="REC_RUN_DIR",
+    type=click.Path(file_okay=False),
+    help="Run directory (default runs/<config name>).",
+)
 @device_option
 @handle_errors
-def run_cmd(config_path: str | None, overrides: tuple[str, ...], dataset: str | None,
-            run_dir: str | None, device: str | None) -> None:
+def run_cmd(
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    dataset: str | None,
+    run_dir: str | None,
+    device: str | None,
+) -> None:
     """Prepare -> train retrieval -> build index -> train reranker -> evaluate -> report."""
     from rec.pipeline.run import dataset_config, resolve_run_config, run_pipeline
 

@@ -26,8 +26,11 @@ def dataset_config(name: str) -> Path:
     return p
 
 
-def resolve_run_config(config_path: str | Path | None, overrides: tuple[str, ...] = (),
-                       run_dir: str | Path | None = None) -> RunConfig:
+def resolve_run_config(
+    config_path: str | Path | None,
+    overrides: tuple[str, ...] = (),
+    run_dir: str | Path | None = None,
+) -> RunConfig:
     """Config of a run: the run's own config.toml (when resuming) <- FILE <- --set."""
     base: dict[str, Any] = {}
     if run_dir is not None and RunDir(run_dir).config_path.is_file():
@@ -59,8 +62,13 @@ def run_pipeline(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         elif stage == "retrieval":
             from retrieval.train import train_retrieval
 
-            m = train_retrieval(cfg.data.dataset_dir, run.stage("retrieval"), cfg.retrieval,
-                                seed=cfg.seed, device=device)
+            m = train_retrieval(
+                cfg.data.dataset_dir,
+                run.stage("retrieval"),
+                cfg.retrieval,
+                seed=cfg.seed,
+                device=device,
+            )
             run.update_manifest(part="retrieval", metrics={"retrieval_train": m})
         elif stage == "index":
             from rec.pipeline.index import build_index
@@ -84,4 +92,3 @@ def _with_dataset_dir(cfg: RunConfig, path: str) -> RunConfig:
     import dataclasses
 
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset_dir=path))
-
