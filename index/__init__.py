@@ -1,1 +1,2 @@
-"""index stage."""
+"""Vector index stage: FAISS over item vectors (index.vector_index.VectorIndex) and the exact
+top-k oracle (index.exact). numpy + lazily imported faiss; never imports torch."""

@@ -1,1 +1,1 @@
-"""retrieval stage."""
+"""Two-tower retrieval stage: LM item tower + causal-transformer user tower (see retrieval/model.py)."""

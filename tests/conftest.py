@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Each stage's shared fixtures are a plugin module of its own (tests/fixtures_<stage>.py).
 pytest_plugins = [
-    p for p in ("tests.fixtures_data", "tests.fixtures_models")
+    p
+    for p in ("tests.fixtures_data", "tests.fixtures_models", "tests.fixtures_ranking")
     if (REPO / (p.replace(".", "/") + ".py")).exists()
 ]
 
