@@ -124,7 +124,7 @@ def _register() -> None:
     """Import the command modules; each attaches its commands to ``cli`` or ``train``."""
     import importlib
 
-    for mod in ("data", "retrieval", "index", "ranking", "evaluate", "run"):
+    for mod in ("data", "retrieval", "index", "ranking", "evaluate", "run", "serve"):
         try:
             importlib.import_module(f"rec.cli.{mod}")
         except ModuleNotFoundError as exc:
