@@ -11,7 +11,8 @@ class EvalConfig:
     """Leave-one-out full-ranking evaluation (../shared/PROTOCOL.md)."""
 
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
-    filter_seen: bool = True  # remove history items from the ranking (the target never is)
+    filter_seen: bool = True  # remove history items from the ranking (PROTOCOL.md)
+    keep_seen_target: bool = False  # False: a repeat target is filtered too and counts as a miss
     both_seen_modes: bool = True  # also report the other filter setting as `<stage>:unfiltered`
     ties: Literal["pessimistic", "optimistic"] = "pessimistic"  # items scoring equal rank above
     bootstrap: int = 1000  # resamples of users for the NDCG@10 95% CI and the paired test
