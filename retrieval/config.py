@@ -45,8 +45,8 @@ class RetrievalConfig:
     negative_sampler: Literal["uniform", "popularity"] = "uniform"
     logq: bool = True  # subtract log expected sampling count (sampled softmax)
     temperature: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 16  # windows (of up to max_len + 1 events) per step
+    lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
