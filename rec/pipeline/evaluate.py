@@ -218,6 +218,9 @@ def _ann_stage(
         run.stage("index"), expected_encoder_sha256=str(model.encoder_sha256), cfg=index_cfg
     )
     times = _history_times(split, data)
+    # The index holds the whole catalogue (items without events too); the protocol ranks over
+    # the evaluation catalogue only, so everything else is excluded like a seen item.
+    outside = set(vi.ids) - set(data.item_ids)
     frames = []
     step = cfg.chunk_users
     with _bar("retrieval_ann", data.n_users, progress) as cb:
@@ -227,10 +230,11 @@ def _ann_stage(
             # the same seen rule as the full ranking (a repeat target is excluded too, unless
             # keep_seen_target)
             ex = [
-                set(h) - ({t} if cfg.keep_seen_target else set())
+                (set(h) - ({t} if cfg.keep_seen_target else set()) if cfg.filter_seen else set())
+                | outside
                 for h, t in zip(hist, data.target_ids[s : s + step])
             ]
-            ids, scores = vi.search(q, cfg.topk, exclude=ex if cfg.filter_seen else None)
+            ids, scores = vi.search(q, cfg.topk, exclude=ex if any(ex) else None)
             for u, row, sc in zip(data.user_ids[s : s + step], ids, scores):
                 keep = [j for j, x in enumerate(row) if x is not None]
                 frames.append(
@@ -265,6 +269,7 @@ def _ann_stage(
         cfg,
         info={
             "filter_seen": cfg.filter_seen,
+            "excluded_outside_catalogue": len(outside),
             "index": vi.describe(),
             "wall_s": round(time.perf_counter() - t0, 2),
         },
