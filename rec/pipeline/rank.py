@@ -303,6 +303,16 @@ class _Serving:
         self.reranker = Reranker.load(
             run.require_stage("ranking", "ranking.json"), device=device, quantize=quantize
         )
+        index_dir = run.stage("index")
+        has_index = (index_dir / "index.json").is_file()
+        if has_index:  # serve what the index holds, including items added without retraining
+            from rec.pipeline.index import _overlays
+
+            extra, _ = _overlays(index_dir)
+            if extra is not None:
+                items = pl.concat([items, extra], how="diagonal_relaxed").unique(
+                    "item_id", keep="last", maintain_order=True
+                )
         self.texts = TextTables.from_items(items, self.reranker.cfg)
         self.titles = dict(
             zip(
@@ -310,7 +320,12 @@ class _Serving:
                 (items["title"] if "title" in items.columns else items["item_id"]).to_list(),
             )
         )
-        self.candidates, self.source = candidate_function(run, split, items, "auto", device)
+        if has_index:
+            from rec.pipeline.index import index_candidates
+
+            self.candidates, self.source = index_candidates(run.path, device), "index"
+        else:
+            self.candidates, self.source = candidate_function(run, split, items, "auto", device)
         ev = sort_events(load_dataset(run.dataset_dir()).interactions)
         self.histories = sequences(ev)
 
